@@ -1,0 +1,55 @@
+"""`visio serve` and `visio keys` as a user runs them: restart persistence, first key, shutdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import Rest, ServiceProcess, create_key, photo, run_cli
+
+
+def test_data_survives_a_restart(tmp_path: Path) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'restart.db'}"
+    key = create_key(database_url, "restart")
+    first = ServiceProcess(database_url, extra_args=("--workers", "1")).start()
+    try:
+        created = Rest(first.http_base, key).upload("/v1/faces", {"face": photo("person01_04.jpg")})
+        assert created.status == 200, created.body
+    finally:
+        assert first.stop() == 0
+    second = ServiceProcess(database_url, extra_args=("--workers", "1")).start()
+    try:
+        got = Rest(second.http_base, key).get(f"/v1/faces/{created.json['id']}")
+        assert got.status == 200 and got.json["descriptor"] == created.json["descriptor"]
+    finally:
+        assert second.stop() == 0
+
+
+def test_first_start_prints_a_working_key(tmp_path: Path) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'first.db'}"
+    service = ServiceProcess(database_url, extra_args=("--workers", "0")).start()
+    try:
+        lines = [line.strip() for line in service.output if line.startswith("VISIO_API_KEY=")]
+        assert len(lines) == 1
+        key = lines[0].split("=", 1)[1]
+        assert Rest(service.http_base, key).get("/v1/faces").status == 200
+    finally:
+        assert service.stop() == 0
+    again = ServiceProcess(database_url, extra_args=("--workers", "0")).start()
+    try:
+        assert not [line for line in again.output if line.startswith("VISIO_API_KEY=")]
+    finally:
+        again.stop()
+
+
+def test_keys_cli(tmp_path: Path) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}"
+    key = create_key(database_url, "team-a")
+    assert key.startswith("visio_") and len(key) >= 40
+    prefix = key.split("_")[1]
+    listed = run_cli("keys", "list", database_url=database_url)
+    assert prefix in listed.stdout and "team-a" in listed.stdout and "active" in listed.stdout
+    assert key not in listed.stdout
+    assert run_cli("keys", "revoke", prefix, database_url=database_url).returncode == 0
+    assert "revoked" in run_cli("keys", "list", database_url=database_url).stdout
+    unknown = run_cli("keys", "revoke", "ffffffffffff", database_url=database_url)
+    assert unknown.returncode == 1 and "No API key" in unknown.stderr
