@@ -19,6 +19,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import psutil
@@ -103,7 +104,7 @@ def mutated_image(draw: st.DrawFn) -> bytes:
             data[pos] = draw(st.integers(0, 255))
         elif kind == "u32":  # sizes, offsets and counts are big-endian or little-endian words
             pos = draw(st.integers(0, max(0, min(size, 400) - 4)))
-            order = draw(st.sampled_from(["big", "little"]))
+            order: Literal["big", "little"] = draw(st.sampled_from(["big", "little"]))
             data[pos : pos + 4] = draw(st.sampled_from(INTERESTING_U32)).to_bytes(4, order)
         elif kind == "truncate":
             del data[draw(st.integers(0, size)) :]
