@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import re
 import struct
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +82,22 @@ _UNSUPPORTED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xc5\xd0\xd3\xc6", "EPS"),
     (b"\x59\xa6\x6a\x95", "Sun raster"),
 )
+# PNG: samples per pixel for each IHDR colour type, with the bit depths the spec allows for it.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES: dict[int, tuple[int, frozenset[int]]] = {
+    0: (1, frozenset({1, 2, 4, 8, 16})),  # gray
+    2: (3, frozenset({8, 16})),  # RGB
+    3: (1, frozenset({1, 2, 4, 8})),  # palette
+    4: (2, frozenset({8, 16})),  # gray + alpha
+    6: (4, frozenset({8, 16})),  # RGBA
+}
+# Adam7 passes: (x start, y start, x step, y step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+# Chunks Pillow reads as one frame's image data once the first IDAT starts (load_read).
+_PNG_DATA_CHUNKS = frozenset({b"IDAT", b"DDAT", b"fdAT"})
+_INFLATE_IN = 64 * 1024  # compressed bytes per step: zlib copies the unconsumed tail each call
+_INFLATE_OUT = 1024 * 1024  # inflated bytes per step, thrown away: only their count matters
+
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 _NETPBM = re.compile(rb"P[1-7]\s+(?:#[^\n]*\n\s*)*\d+\s")
 
@@ -183,6 +201,12 @@ def decode_image(data: bytes, *, field: str, limits: DecodeLimits, max_side: int
             raise ImageCorrupt(field, detected, f"header declares a {width}x{height} image")
         if width * height > limits.max_pixels:
             raise ImageTooManyPixels(field, width, height, limits.max_pixels)
+        if detected == "PNG":
+            # Pillow 13 decodes a zlib stream that ends cleanly but early without complaint and
+            # leaves the missing rows black; refuse it before any pixel buffer is allocated.
+            problem = _png_data_problem(data)
+            if problem is not None:
+                raise ImageCorrupt(field, detected, problem)
         # The long side is the same whichever way is up, so the target needs no orientation yet.
         target = _target_size(width, height, max_side)
         try:
@@ -293,6 +317,88 @@ def _problem(exc: BaseException) -> str:
     if not text:
         return type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+# --- PNG image data check ---------------------------------------------------------------------
+
+
+def _png_data_problem(data: bytes) -> str | None:
+    """Why the first frame's image data cannot fill the image, or None when it can (or we cannot tell).
+
+    Inflates the IDAT run in bounded steps, discarding the output, and stops once the exact raw
+    size the header implies is reached, so a zlib bomb costs no more than a real image would.
+    Header and chunk oddities are left to Pillow (None): this only catches data that is short.
+    """
+    header = _png_header(data)
+    if header is None:
+        return None
+    width, height, bit_depth, colour_type, interlace = header
+    expected = _png_raw_size(width, height, _PNG_COLOUR_TYPES[colour_type][0] * bit_depth, interlace)
+    inflater = zlib.decompressobj()
+    produced = 0
+    seen_data = False
+    try:
+        for piece in _png_image_data(data):
+            seen_data = True
+            pending: bytes | memoryview = piece
+            while True:
+                out = inflater.decompress(pending, _INFLATE_OUT)
+                produced += len(out)
+                if produced >= expected:
+                    return None
+                if inflater.eof:
+                    return "data truncated"  # the stream ended cleanly, but too early
+                pending = inflater.unconsumed_tail
+                if not pending and len(out) < _INFLATE_OUT:
+                    break  # this piece is used up and no output is held back: next piece
+    except zlib.error:
+        return "image data corrupt"
+    return "data truncated" if seen_data else "no image data"
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """IHDR (width, height, bit depth, colour type, interlace) when it is the first chunk and valid."""
+    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[8:16] != b"\x00\x00\x00\x0dIHDR":
+        return None
+    width, height, bit_depth, colour_type, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    known = _PNG_COLOUR_TYPES.get(colour_type)
+    if known is None or bit_depth not in known[1] or interlace not in (0, 1) or width == 0 or height == 0:
+        return None
+    return width, height, bit_depth, colour_type, interlace
+
+
+def _png_raw_size(width: int, height: int, bits_per_pixel: int, interlace: int) -> int:
+    """Bytes the inflated image data must hold: each (sub-image) row is a filter byte plus pixels."""
+    if not interlace:
+        return height * (1 + (width * bits_per_pixel + 7) // 8)
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        pass_width = (width - x0 + dx - 1) // dx if width > x0 else 0
+        pass_height = (height - y0 + dy - 1) // dy if height > y0 else 0
+        if pass_width and pass_height:  # an empty pass has no rows, not even filter bytes
+            total += pass_height * (1 + (pass_width * bits_per_pixel + 7) // 8)
+    return total
+
+
+def _png_image_data(data: bytes) -> Iterator[memoryview]:
+    """The first frame's compressed data in small slices, as Pillow reads it: the run of data
+    chunks starting at the first IDAT (an APNG's later frames are not read). Chunks cut off by
+    the end of the file give what is there; anything after the run (IEND, junk) is ignored."""
+    view = memoryview(data)
+    pos = len(_PNG_SIGNATURE)
+    in_run = False
+    while pos + 8 <= len(data):
+        kind = data[pos + 4 : pos + 8]
+        body_end = pos + 8 + int.from_bytes(data[pos : pos + 4], "big")
+        if kind == b"IDAT" or (in_run and kind in _PNG_DATA_CHUNKS):
+            in_run = True
+            start = pos + 8 + (4 if kind == b"fdAT" else 0)  # fdAT starts with a sequence number
+            end = min(body_end, len(data))
+            for offset in range(start, end, _INFLATE_IN):
+                yield view[offset : min(offset + _INFLATE_IN, end)]
+        elif in_run or kind == b"IEND":
+            return
+        pos = body_end + 4  # and the CRC
 
 
 # --- sniffing helpers -------------------------------------------------------------------------
