@@ -165,11 +165,10 @@ def test_upload_limits_rest_and_grpc(small_limits: tuple[ServiceProcess, str]) -
     # Beyond the whole-request limit (2 images + 2 MiB), Envoy answers in the same shape.
     huge = rest.upload("/v1/faces/detect", {"face": b"\xff" * 3_000_000})
     assert huge.status == 413 and huge.reason == "REQUEST_TOO_LARGE" and huge.json["message"]
-    with grpc.insecure_channel(service.grpc_target) as channel:
-        with pytest.raises(grpc.RpcError) as raised:
-            pb_grpc.FaceServiceStub(channel).DetectFace(
-                pb.DetectFaceRequest(image=oversized), metadata=(("authorization", key),)
-            )
+    with grpc.insecure_channel(service.grpc_target) as channel, pytest.raises(grpc.RpcError) as raised:
+        pb_grpc.FaceServiceStub(channel).DetectFace(
+            pb.DetectFaceRequest(image=oversized), metadata=(("authorization", key),)
+        )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(raised.value).reason == "IMAGE_TOO_LARGE"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
 
 from visio_grpc._proto.visio.v1 import face_service_pb2 as pb
@@ -11,7 +13,7 @@ from visio_grpc.api.convert import RequestForm, require_id
 from visio_grpc.api.interceptor import current_owner
 from visio_grpc.domain.faces import FaceUseCases
 
-Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+Context: TypeAlias = grpc.aio.ServicerContext  # type: ignore[type-arg]
 
 
 class FaceServicer(pb_grpc.FaceServiceServicer):

@@ -5,8 +5,6 @@ The API layer maps each class to a gRPC code and HTTP status in one place (api/e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 ERROR_DOMAIN = "visio.dev"
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
