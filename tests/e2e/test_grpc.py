@@ -114,3 +114,33 @@ def test_keys(face_stub: pb_grpc.FaceServiceStub, revoked_key: str, alice: Metad
     assert error.code() == grpc.StatusCode.NOT_FOUND
     error = fails(face_stub.CompareFaceToImage, pb.CompareFaceToImageRequest(face_id=alices.id, image=photo("person03_05.jpg")), bob)
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_slow_photo_does_not_stall_other_calls(stub: pb_grpc.FaceServiceStub, alice: Metadata) -> None:
+    """dlib runs in worker processes: while one big photo is processed, other calls are answered."""
+    import io
+    import threading
+
+    import numpy as np
+    from PIL import Image
+
+    gradient = np.linspace(0, 255, 7000, dtype=np.uint8)
+    slow_photo = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.broadcast_to(gradient, (7000, 7000)))).save(slow_photo, "PNG")
+    outcome: list[object] = []
+
+    def detect_slowly() -> None:
+        try:
+            outcome.append(stub.DetectFaces(pb.DetectFacesRequest(image=slow_photo.getvalue()), metadata=alice, timeout=120))
+        except grpc.RpcError as error:
+            outcome.append(error)
+
+    slow = threading.Thread(target=detect_slowly)
+    slow.start()
+    try:
+        for _ in range(3):
+            stub.ListFaces(pb.ListFacesRequest(page_size=1), metadata=alice, timeout=30)
+        assert slow.is_alive(), "the big photo finished first, so this test proved nothing"
+    finally:
+        slow.join()
+    assert isinstance(outcome[0], pb.DetectFacesResponse) and outcome[0].total_found == 0

@@ -423,6 +423,196 @@ def test_truncated_files_are_corrupt_not_padded(fmt: str, cut: float, reference:
     assert caught.value.metadata["detected_format"] == fmt
 
 
+# --- image data shorter than the header promises -------------------------------------------------
+# Pillow 13 decodes a PNG whose zlib stream ends cleanly but early, padding the missing rows with
+# black; a photo with its bottom missing must be refused like any other truncated upload.
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_rows(pixels: npt.NDArray[np.generic], interlace: bool) -> list[bytes]:
+    """The scanlines (filter byte 0 + samples) of an 8/16-bit gray or RGB array, in stream order."""
+    big_endian = pixels.astype(">u2") if pixels.dtype == np.uint16 else pixels
+    if not interlace:
+        return [b"\x00" + row.tobytes() for row in big_endian]
+    return [b"\x00" + row.tobytes() for x0, y0, dx, dy in _ADAM7 if big_endian[y0::dy, x0::dx].size for row in big_endian[y0::dy, x0::dx]]
+
+
+def _png(
+    pixels: npt.NDArray[np.generic],
+    *,
+    interlace: bool = False,
+    rows: int | None = None,
+    idat: bytes | None = None,
+    trailer: bytes = b"",
+) -> bytes:
+    """A PNG written by hand from the first `rows` scanlines (all by default), or from `idat`."""
+    height, width = pixels.shape[:2]
+    bit_depth = 16 if pixels.dtype == np.uint16 else 8
+    colour_type = 2 if pixels.ndim == 3 else 0
+    if idat is None:
+        idat = zlib.compress(b"".join(_png_rows(pixels, interlace)[:rows]))
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, int(interlace))
+    body = _png_chunk(b"IDAT", idat) if idat else b""
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + body + _png_chunk(b"IEND", b"") + trailer
+
+
+def _noise(shape: tuple[int, ...], dtype: type[np.generic] = np.uint8) -> npt.NDArray[np.generic]:
+    """Never black, so rows padded with black would show."""
+    high = 65535 if dtype is np.uint16 else 255
+    return np.random.default_rng(7).integers(high // 4, high, shape, endpoint=True).astype(dtype)
+
+
+SHORT_PNG: list[tuple[str, tuple[int, ...], type[np.generic], bool]] = [
+    ("rgb8", (100, 100, 3), np.uint8, False),
+    ("rgb8-interlaced", (100, 100, 3), np.uint8, True),
+    ("gray16", (100, 100), np.uint16, False),
+    ("gray16-interlaced", (37, 53), np.uint16, True),  # odd sizes: partial Adam7 blocks
+]
+
+
+@pytest.mark.parametrize(("label", "shape", "dtype", "interlace"), SHORT_PNG, ids=[c[0] for c in SHORT_PNG])
+def test_png_with_a_short_but_clean_zlib_stream_is_corrupt(
+    label: str, shape: tuple[int, ...], dtype: type[np.generic], interlace: bool
+) -> None:
+    pixels = _noise(shape, dtype)
+    complete = decode(_png(pixels, interlace=interlace))  # the hand-made file is right when whole
+    expected = pixels if dtype is np.uint8 else (pixels.astype(np.uint16) >> 8).astype(np.uint8)
+    assert np.array_equal(complete.pixels[..., 0], expected if expected.ndim == 2 else expected[..., 0])
+    scanlines = len(_png_rows(pixels, interlace))
+    for rows in (10, scanlines - 1):  # interlaced: 10 rows end inside pass 3; all but the very last row
+        with pytest.raises(ImageCorrupt) as caught:
+            decode(_png(pixels, interlace=interlace, rows=rows))
+        assert caught.value.metadata["detected_format"] == "PNG"
+        assert caught.value.metadata["problem"] == "data truncated"
+
+
+def test_png_with_a_zlib_stream_cut_mid_way_is_corrupt() -> None:
+    pixels = _noise((100, 100, 3))
+    stream = zlib.compress(b"".join(_png_rows(pixels, interlace=False)))
+    with pytest.raises(ImageCorrupt) as caught:
+        decode(_png(pixels, idat=stream[: len(stream) // 2]))
+    assert caught.value.metadata["problem"] == "data truncated"
+
+
+def test_png_with_damaged_zlib_data_is_corrupt() -> None:
+    pixels = _noise((100, 100, 3))
+    stream = bytearray(zlib.compress(b"".join(_png_rows(pixels, interlace=False))))
+    stream[len(stream) // 3 : len(stream) // 3 + 16] = b"\xff" * 16
+    with pytest.raises(ImageCorrupt):
+        decode(_png(pixels, idat=bytes(stream)))
+
+
+def test_png_without_idat_is_corrupt() -> None:
+    with pytest.raises(ImageCorrupt) as caught:
+        decode(_png(_noise((100, 100, 3)), idat=b""))
+    assert caught.value.metadata["problem"] == "no image data"
+
+
+@pytest.mark.parametrize("trailer", [b"junk after IEND" * 100, bytes(4096), b"\x00\x00\x00\x10IDAT" + bytes(64)])
+def test_png_with_data_after_iend_still_decodes(trailer: bytes) -> None:
+    pixels = _noise((64, 48, 3))
+    result = decode(_png(pixels, trailer=trailer))
+    assert np.array_equal(result.pixels, pixels)
+
+
+def test_png_image_data_split_over_many_idat_chunks_decodes(reference: Image.Image, ref_rgb: Pixels) -> None:
+    data = encode(reference, "PNG")  # Pillow writes 64 KB IDAT chunks
+    assert data.count(b"IDAT") > 1
+    assert mad(decode(data).pixels, ref_rgb) == 0.0
+
+
+def test_apng_gives_the_first_frame_and_is_not_called_short(reference: Image.Image, ref_rgb: Pixels) -> None:
+    second = Image.new("RGB", reference.size, (0, 255, 0))
+    data = encode(reference, "PNG", save_all=True, append_images=[second], duration=100)
+    assert b"fdAT" in data
+    assert mad(decode(data).pixels, ref_rgb) == 0.0
+
+
+def _zlib_zeros(megabytes: int) -> bytes:
+    """A valid zlib stream of `megabytes` MB of zeros, built in ~0.1 s instead of compressing it all:
+    after a full flush the compressor forgets its history, so every further MB compresses the same."""
+    block = bytes(1 << 20)
+    compressor = zlib.compressobj(9)
+    first = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    again = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    adler = 1
+    for _ in range(megabytes):
+        adler = zlib.adler32(block, adler)
+    return first + again * (megabytes - 1) + b"\x03\x00" + struct.pack(">I", adler)  # empty final block
+
+
+def test_png_zlib_bomb_is_inflated_only_as_far_as_the_image_needs() -> None:
+    """An IDAT that would inflate to 256 MB for a 100x100 image: Pillow ignores the excess, and
+    the length check must stop at the 30 KB the header implies, not inflate (or keep) the rest."""
+    stream = _zlib_zeros(256)
+    assert len(stream) < 300_000
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        result = decode(_png(_noise((100, 100, 3)), idat=stream))
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.pixels.shape == (100, 100, 3)
+    assert elapsed < 0.5  # inflating all 256 MB takes well over a second
+    assert peak < 4 * 1024 * 1024
+
+
+def test_short_png_over_the_pixel_limit_is_too_many_pixels_first() -> None:
+    data = _png(_noise((100, 100, 3)), rows=10)
+    with pytest.raises(ImageTooManyPixels):
+        decode(data, limits=DecodeLimits(max_pixels=100 * 100 - 1))
+
+
+def _patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, offset, value)
+    return bytes(out)
+
+
+def _tiff_taller(data: bytes, height: int) -> bytes:
+    """A little-endian TIFF re-labelled `height` rows tall (ImageLength and RowsPerStrip)."""
+    out = bytearray(data)
+    ifd = struct.unpack_from("<I", out, 4)[0]
+    for i in range(struct.unpack_from("<H", out, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        tag, kind = struct.unpack_from("<HH", out, entry)
+        if tag in (257, 278):
+            struct.pack_into("<H" if kind == 3 else "<I", out, entry + 8, height)
+    return bytes(out)
+
+
+def _gif_taller(data: bytes, height: int) -> bytes:
+    """A single-frame GIF with a global palette, screen and frame re-labelled `height` rows tall."""
+    descriptor = 13 + 3 * (2 << (data[10] & 7))
+    assert data[descriptor : descriptor + 1] == b","
+    return _patched(_patched(data, 8, "<H", height), descriptor + 7, "<H", height)
+
+
+# Checked by hand against Pillow 13: these already fail on data that ends (cleanly) too early.
+SHORT_OTHER: list[tuple[str, str, Callable[[Image.Image], bytes]]] = [
+    ("gif-early-lzw-end", "GIF", lambda im: _gif_taller(encode(im, "GIF"), 100)),
+    ("bmp-short-pixel-array", "BMP", lambda im: _patched(encode(im, "BMP"), 22, "<i", 100)),
+    ("tiff-raw-short-strip", "TIFF", lambda im: _tiff_taller(encode(im, "TIFF"), 100)),
+    ("tiff-deflate-short-strip", "TIFF", lambda im: _tiff_taller(encode(im, "TIFF", compression="tiff_adobe_deflate"), 100)),
+    ("tiff-lzw-short-strip", "TIFF", lambda im: _tiff_taller(encode(im, "TIFF", compression="tiff_lzw"), 100)),
+]
+
+
+@pytest.mark.parametrize(("label", "fmt", "make"), SHORT_OTHER, ids=[c[0] for c in SHORT_OTHER])
+def test_other_formats_with_short_image_data_are_corrupt_not_padded(label: str, fmt: str, make: Callable[[Image.Image], bytes]) -> None:
+    ten_rows = Image.fromarray(_noise((10, 100, 3)))  # its data, in a file that says 100 rows
+    with pytest.raises(ImageCorrupt) as caught:
+        decode(make(ten_rows))
+    assert caught.value.metadata["detected_format"] == fmt
+
+
 @pytest.mark.parametrize("offset", [20, 100, 400, 2000])
 def test_flipped_header_bytes_never_escape_as_other_errors(offset: int) -> None:
     data = bytearray(edge("00_reference.jpg"))

@@ -96,7 +96,7 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 # Chunks Pillow reads as one frame's image data once the first IDAT starts (load_read).
 _PNG_DATA_CHUNKS = frozenset({b"IDAT", b"DDAT", b"fdAT"})
 _INFLATE_IN = 64 * 1024  # compressed bytes per step: zlib copies the unconsumed tail each call
-_INFLATE_OUT = 1024 * 1024  # inflated bytes per step, thrown away: only their count matters
+_INFLATE_OUT = 256 * 1024  # inflated bytes per step, thrown away: only their count matters
 
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 _NETPBM = re.compile(rb"P[1-7]\s+(?:#[^\n]*\n\s*)*\d+\s")
