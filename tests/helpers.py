@@ -26,7 +26,7 @@ IMAGES = Path(__file__).parent / "images"
 FACES = IMAGES / "faces"
 EDGE = IMAGES / "edge"
 EXPECTED = json.loads((FACES / "expected.json").read_text())
-READY_LINE = re.compile(r"^visio ready grpc=(\S+):(\d+) http=(\S+):(\d+)$")
+READY_LINE = re.compile(r"^visio ready grpc=(\S+):(\d+) http=(?:(\S+):(\d+)|off)$")
 
 
 def photo(name: str) -> bytes:
@@ -88,7 +88,7 @@ class ServiceProcess:
                 break
             match = READY_LINE.match(line.strip())
             if match:
-                self.grpc_port, self.http_port = int(match.group(2)), int(match.group(4))
+                self.grpc_port, self.http_port = int(match.group(2)), int(match.group(4) or 0)
                 return self
         self.stop()
         raise RuntimeError("visio serve did not become ready:\n" + "".join(self.output))

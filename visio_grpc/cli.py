@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from datetime import UTC, datetime
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,8 +82,12 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
                 status = "active" if key.active else f"revoked {key.revoke_time:%Y-%m-%d %H:%M:%S}"
                 print(f"{key.prefix:<14} {key.owner:<20} {key.create_time:%Y-%m-%d %H:%M:%S}  {status}")
         elif args.keys_command == "revoke":
+            asked_at = datetime.now(UTC)
             key = await storage.keys.revoke(args.prefix)
-            print(f"Revoked key {key.prefix} of owner {key.owner!r}.")
+            if key.revoke_time is not None and key.revoke_time < asked_at:
+                print(f"Key {key.prefix} of owner {key.owner!r} was already revoked on {key.revoke_time:%Y-%m-%d %H:%M:%S} UTC.")
+            else:
+                print(f"Revoked key {key.prefix} of owner {key.owner!r}.")
     finally:
         await storage.close()
 

@@ -77,6 +77,8 @@ def create_server(settings: Settings, storage: Storage, engine: FaceEngine) -> B
         options=[
             ("grpc.max_receive_message_length", message_limit),
             ("grpc.max_send_message_length", message_limit),
+            # Above the gateway's header limit, so long headers get the gateway's clear 431.
+            ("grpc.max_metadata_size", 64 * 1024),
         ],
     )
     faces = FaceUseCases(storage.faces, engine, threshold=settings.match_threshold)

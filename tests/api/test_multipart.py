@@ -59,9 +59,15 @@ def test_binary_data_with_crlf_and_boundary_like_lines_is_kept_exactly() -> None
     assert parts["face"].data == data
 
 
-def test_first_occurrence_wins() -> None:
-    parts = parse_form(CONTENT_TYPE, form([text_part("face", b"first"), text_part("face", b"second")]))
-    assert parts["face"].data == b"first"
+def test_an_expected_field_sent_twice_is_refused() -> None:
+    with pytest.raises(RequestBodyInvalid) as raised:
+        parse_form(CONTENT_TYPE, form([text_part("face", b"first"), text_part("face", b"second")]))
+    assert "'face' more than once" in raised.value.message
+
+
+def test_first_occurrence_wins_for_other_fields() -> None:
+    parts = parse_form(CONTENT_TYPE, form([text_part("note", b"first"), text_part("note", b"second"), text_part("face", b"x")]))
+    assert parts["note"].data == b"first" and parts["face"].data == b"x"
 
 
 def test_quoted_boundary_preamble_epilogue_and_padding() -> None:

@@ -249,3 +249,33 @@ def test_errors_never_have_an_empty_body(rest: Rest) -> None:
     ):
         assert 400 <= reply.status < 500, (reply.status, reply.body)
         assert reply.json["message"] and reply.json["details"], reply.body
+
+
+def test_long_and_undecodable_ids_are_client_errors(rest: Rest) -> None:
+    long_id = "a" * 20_000
+    reply = rest.post_json("/v1/faces/compare", {"face_1": long_id, "face_2": "x"})
+    assert reply.status == 400 and reply.reason == "FACE_ID_INVALID"
+    assert len(reply.body) < 2000
+    reply = rest.upload("/v1/faces/compare-mixt", {"face": photo("person01_05.jpg")}, {"face_id": "b" * 5000})
+    assert reply.status == 400 and reply.reason == "FACE_ID_INVALID"
+    for path in ("/v1/faces/%ff", "/v1/faces?page_token=%ff%fe"):
+        reply = rest.get(path)
+        assert reply.status == 400, (path, reply.body)
+        assert reply.reason == "REQUEST_UNDECODABLE"
+        assert "DecodeError" not in reply.json["message"]
+
+
+def test_duplicate_photo_field_is_refused(rest: Rest) -> None:
+    part = b'--XyZ\r\nContent-Disposition: form-data; name="face"; filename="a.jpg"\r\n\r\n%s\r\n'
+    body = part % photo("person01_04.jpg") + part % photo("person05_01.jpg") + b"--XyZ--\r\n"
+    reply = rest.request("POST", "/v1/faces", body, "multipart/form-data; boundary=XyZ")
+    assert reply.status == 400 and reply.reason == "REQUEST_BODY_INVALID"
+    assert "more than once" in reply.json["message"]
+
+
+def test_field_violations_name_the_reason(rest: Rest) -> None:
+    reply = rest.upload("/v1/faces", {"face": photo("noface_04.jpg")})
+    violations = [d for d in reply.json["details"] if d["@type"].endswith("BadRequest")]
+    violation = violations[0]["field_violations"][0]
+    assert violation["field"] == "face" and violation["reason"] == "NO_FACE"
+    assert violation["description"] == reply.json["message"]

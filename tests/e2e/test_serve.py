@@ -53,3 +53,62 @@ def test_keys_cli(tmp_path: Path) -> None:
     assert "revoked" in run_cli("keys", "list", database_url=database_url).stdout
     unknown = run_cli("keys", "revoke", "ffffffffffff", database_url=database_url)
     assert unknown.returncode == 1 and "No API key" in unknown.stderr
+
+
+def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
+    import threading
+
+    import psutil
+
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    key = create_key(database_url, "crash")
+    service = ServiceProcess(database_url, extra_args=("--workers", "1", "--no-gateway")).start()
+    try:
+        import grpc
+
+        from tests.helpers import error_info
+        from visio_grpc._proto.visio.v1 import face_service_pb2 as pb
+        from visio_grpc._proto.visio.v1 import face_service_pb2_grpc as pb_grpc
+
+        assert service.process is not None
+        server = psutil.Process(service.process.pid)
+
+        def worker() -> psutil.Process:
+            python_children = [c for c in server.children() if "python" in c.name().lower()]
+            assert len(python_children) >= 1
+            return python_children[-1]
+
+        metadata = (("authorization", key),)
+        with grpc.insecure_channel(service.grpc_target) as channel:
+            stub = pb_grpc.FaceServiceStub(channel)
+            # Killed while idle: the next photo simply runs on a new worker.
+            idle = worker()
+            idle.kill()
+            idle.wait(timeout=10)
+            assert len(stub.DetectFace(pb.DetectFaceRequest(image=photo("person01_04.jpg")), metadata=metadata).descriptor) == 128
+
+            # Killed mid-photo: that call gets a retryable error, and the service carries on.
+            busy = worker()
+            before = busy.cpu_times().user
+            outcome: list[object] = []
+            many = (Path(__file__).parents[1] / "images" / "edge" / "many_faces_12.jpg").read_bytes()
+
+            def detect() -> None:
+                try:
+                    for _ in range(20):
+                        outcome.append(stub.DetectFaces(pb.DetectFacesRequest(image=many), metadata=metadata, timeout=60))
+                except grpc.RpcError as error:
+                    outcome.append(error)
+
+            caller = threading.Thread(target=detect)
+            caller.start()
+            while busy.cpu_times().user - before < 0.3 and caller.is_alive():
+                caller.join(timeout=0.05)  # poll until the worker is visibly at work
+            busy.kill()
+            caller.join()
+            error = outcome[-1]
+            assert isinstance(error, grpc.RpcError), "the worker was killed but no call failed"
+            assert error.code() == grpc.StatusCode.UNAVAILABLE and error_info(error).reason == "WORKER_RESTARTED"
+            assert len(stub.DetectFace(pb.DetectFaceRequest(image=photo("person01_04.jpg")), metadata=metadata).descriptor) == 128
+    finally:
+        assert service.stop() == 0

@@ -11,7 +11,7 @@ from google.protobuf import timestamp_pb2
 from visio_grpc._proto.visio.v1 import face_service_pb2 as pb
 from visio_grpc.api.multipart import FormPart, parse_form
 from visio_grpc.domain import models as m
-from visio_grpc.domain.errors import FieldMissing
+from visio_grpc.domain.errors import FaceIdInvalid, FieldMissing
 from visio_grpc.domain.faces import Upload
 
 
@@ -97,12 +97,17 @@ class RequestForm:
             value = part.data.decode("utf-8", "replace").strip() if part is not None else ""
         else:
             value = grpc_value.strip()
-        if not value:
-            raise FieldMissing(form_field, f"set {form_field!r} to the id of one of your faces.")
-        return value
+        return require_id(value, form_field)
+
+
+# Ids are UUIDs (36 characters); the bound keeps error messages and trailers small.
+MAX_ID_LENGTH = 64
 
 
 def require_id(value: str, field: str) -> str:
-    if not value.strip():
+    value = value.strip()
+    if not value:
         raise FieldMissing(field, f"set {field!r} to the id of one of your faces.")
-    return value.strip()
+    if len(value) > MAX_ID_LENGTH:
+        raise FaceIdInvalid(field, len(value), MAX_ID_LENGTH)
+    return value

@@ -27,6 +27,8 @@ STATUS_OF: dict[type[e.VisioError], tuple[grpc.StatusCode, int]] = {
     e.ApiKeyRevoked: (_AUTH, 401),
     e.ApiKeyNotFound: (_NOT_FOUND, 404),
     e.FaceNotFound: (_NOT_FOUND, 404),
+    e.FaceIdInvalid: (_BAD, 400),
+    e.RequestUndecodable: (_BAD, 400),
     e.FieldMissing: (_BAD, 400),
     e.RequestBodyInvalid: (_BAD, 400),
     e.PageSizeInvalid: (_BAD, 400),
@@ -41,6 +43,7 @@ STATUS_OF: dict[type[e.VisioError], tuple[grpc.StatusCode, int]] = {
     e.ImageNotRecognized: (_BAD, 415),
     e.ImageUnsupportedFormat: (_BAD, 415),
     e.ServiceOverloaded: (grpc.StatusCode.UNAVAILABLE, 503),
+    e.WorkerRestarted: (grpc.StatusCode.UNAVAILABLE, 503),
 }
 
 # Envoy's own mapping (convert_grpc_status); only differences need the override header.
@@ -64,7 +67,9 @@ def to_status(error: e.VisioError) -> status_pb2.Status:
     code, _ = status_of(error)
     details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=e.ERROR_DOMAIN, metadata=error.metadata))]
     if error.field is not None and code == _BAD:
-        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.message, reason=error.reason
+        )
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
 

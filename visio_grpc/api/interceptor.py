@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from visio_grpc.api.errors import abort_internal, abort_with_error
-from visio_grpc.domain.errors import VisioError
+from visio_grpc.domain.errors import RequestUndecodable, VisioError
 from visio_grpc.domain.keys import KeyService
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,25 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:  # type: ig
     return None
 
 
+class _Undecodable:
+    """Stands in for a request that failed to parse, so the failure gets our error shape."""
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # gRPC would answer UNKNOWN with the parser's exception text (e.g. a non-UTF-8 path parameter
+    # arriving through the gateway); decode here and let the call handler report it.
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _Undecodable()
+
+    return deserialize
+
+
 class ApiInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, keys: KeyService) -> None:
         self._keys = keys
@@ -52,7 +72,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return grpc.unary_unary_rpc_method_handler(
             self._guard(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -60,6 +80,8 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
             try:
                 key = await self._keys.authenticate(_authorization(context))
+                if isinstance(request, _Undecodable):
+                    raise RequestUndecodable()
                 token = _current_owner.set(key.owner)
                 try:
                     return await behavior(request, context)

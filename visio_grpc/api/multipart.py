@@ -29,6 +29,11 @@ MALFORMED = (
     "builds it (for example: curl {example}), complete and with the boundary from its Content-Type."
 )
 
+DUPLICATE_FIELD = (
+    "The form has the field {field!r} more than once, so it is unclear which file to use: "
+    "send it once (for example: curl {example})."
+)
+
 MAX_PARTS = 64
 MAX_HEADER_BYTES = 16 * 1024
 _MAX_BOUNDARY = 200  # RFC 2046 allows 70; some clients go longer, none need more than this
@@ -48,16 +53,22 @@ class FormPart:
 
 
 def parse_form(content_type: str, body: bytes, expected_fields: Sequence[str] = _DEFAULT_FIELDS) -> dict[str, FormPart]:
-    """Split a multipart/form-data body into its fields; the first part wins for a repeated name.
+    """Split a multipart/form-data body into its fields.
 
-    `expected_fields` only shapes the fix-it messages. Raises RequestBodyInvalid for anything that is
-    not a well-formed form, and nothing else.
+    An expected field sent twice is an error (which photo was meant?); other repeated names keep
+    their first part. `expected_fields` also shapes the fix-it messages. Raises RequestBodyInvalid
+    for anything that is not a well-formed form, and nothing else.
     """
     boundary = _boundary(content_type, expected_fields)
+    repeated: set[str] = set()
     try:
-        return _split(body, boundary)
+        parts = _split(body, boundary, repeated)
     except _Malformed as exc:
         raise RequestBodyInvalid(MALFORMED.format(problem=exc.problem, example=_curl(expected_fields))) from None
+    for name in expected_fields:
+        if name in repeated:
+            raise RequestBodyInvalid(DUPLICATE_FIELD.format(field=name, example=_curl(expected_fields)))
+    return parts
 
 
 class _Malformed(Exception):
@@ -81,7 +92,7 @@ def _boundary(content_type: str, expected_fields: Sequence[str]) -> bytes:
     return boundary.encode("ascii")
 
 
-def _split(body: bytes, boundary: bytes) -> dict[str, FormPart]:
+def _split(body: bytes, boundary: bytes, repeated: set[str]) -> dict[str, FormPart]:
     """Walk the body delimiter to delimiter (RFC 2046 section 5.1.1, RFC 7578)."""
     delimiter = b"--" + boundary
     next_delimiter = _CRLF + delimiter
@@ -116,7 +127,9 @@ def _split(body: bytes, boundary: bytes) -> dict[str, FormPart]:
 
         data_end = _find_delimiter(body, next_delimiter, data_start)
         part = _part(headers_raw, count)
-        if part.name not in parts:
+        if part.name in parts:
+            repeated.add(part.name)
+        else:
             parts[part.name] = FormPart(part.name, part.filename, part.content_type, body[data_start:data_end])
         pos = data_end + len(next_delimiter)
 

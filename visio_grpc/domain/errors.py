@@ -74,10 +74,31 @@ class ApiKeyNotFound(VisioError):
 
 class FaceNotFound(VisioError):
     reason = "FACE_NOT_FOUND"
-    MESSAGE = "No face with id {face_id!r} exists for this API key: list your faces with GET /v1/faces."
+    MESSAGE = "No face with id {face_id!r} exists for this API key: list your faces with ListFaces (GET /v1/faces)."
 
     def __init__(self, face_id: str, *, field: str | None = None) -> None:
         super().__init__(self.MESSAGE.format(face_id=face_id), field=field, face_id=face_id)
+
+
+class FaceIdInvalid(VisioError):
+    reason = "FACE_ID_INVALID"
+    MESSAGE = (
+        "{field!r} is {length} characters long, but face ids have at most {maximum}: "
+        "use an id returned by CreateFace (POST /v1/faces)."
+    )
+
+    def __init__(self, field: str, length: int, maximum: int) -> None:
+        super().__init__(self.MESSAGE.format(field=field, length=length, maximum=maximum), field=field, length=length, maximum=maximum)
+
+
+class RequestUndecodable(VisioError):
+    """The request message itself could not be decoded (e.g. a path parameter that is not UTF-8)."""
+
+    reason = "REQUEST_UNDECODABLE"
+    MESSAGE = "The request could not be decoded: ids, text fields and query parameters must be valid UTF-8 text."
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
 
 
 class FieldMissing(VisioError):
@@ -220,6 +241,16 @@ class ImageCorrupt(VisioError):
             detected_format=detected,
             problem=problem,
         )
+
+
+class WorkerRestarted(VisioError):
+    """An engine worker process died while this photo was being processed; a new one was started."""
+
+    reason = "WORKER_RESTARTED"
+    MESSAGE = "The worker processing this photo stopped unexpectedly and has been replaced: retry the call."
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
 
 
 class ServiceOverloaded(VisioError):

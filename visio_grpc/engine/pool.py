@@ -12,7 +12,7 @@ import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from visio_grpc.domain.errors import ServiceOverloaded
+from visio_grpc.domain.errors import ServiceOverloaded, WorkerRestarted
 from visio_grpc.domain.models import ImageAnalysis
 from visio_grpc.engine.decode import check_upload
 from visio_grpc.engine.pipeline import EngineConfig, FacePipeline
@@ -68,18 +68,39 @@ class EnginePool:
         if self._in_flight >= self._max_in_flight:
             raise ServiceOverloaded()
         self._in_flight += 1
+        loop = asyncio.get_running_loop()
+        executor = self._executor
+        if self._has_dead_worker(executor):
+            # A worker died while idle (the pool notices only later): this photo was not
+            # started, so give it a new pool rather than an error.
+            executor = self._replace(executor)
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, _analyze_in_worker, data, field, single)
-        except BrokenProcessPool:
-            # A worker died (killed, out of memory): replace the pool so later calls work, and
-            # report this call as our fault.
-            log.exception("engine worker process died; restarting the worker pool")
-            broken, self._executor = self._executor, self._new_executor()
-            broken.shutdown(wait=False, cancel_futures=True)
-            raise
+            try:
+                pending = loop.run_in_executor(executor, _analyze_in_worker, data, field, single)
+            except BrokenProcessPool:
+                executor = self._replace(executor)
+                pending = loop.run_in_executor(executor, _analyze_in_worker, data, field, single)
+            try:
+                return await pending
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory) and took the pool with the photos in flight.
+                self._replace(executor)
+                raise WorkerRestarted() from None
         finally:
             self._in_flight -= 1
+
+    @staticmethod
+    def _has_dead_worker(executor: Executor) -> bool:
+        processes = getattr(executor, "_processes", None) or {}
+        return any(not process.is_alive() for process in list(processes.values()))
+
+    def _replace(self, broken: Executor) -> Executor:
+        """A new pool for a broken one; the first caller to notice replaces it, once."""
+        if broken is self._executor:
+            log.error("an engine worker process died; starting a new worker pool")
+            self._executor = self._new_executor()
+            broken.shutdown(wait=False, cancel_futures=True)
+        return self._executor
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
