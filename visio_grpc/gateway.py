@@ -30,6 +30,10 @@ CLUSTER_NAME = "visio_grpc"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 REASON_TOO_LARGE = "REQUEST_TOO_LARGE"
+# envoy.yaml's fixed limits: the JSON body of POST /v1/faces/compare (Lua filter) and the request
+# line + headers (HCM max_request_headers_kb; keep it under the gRPC server's grpc.max_metadata_size).
+JSON_BODY_LIMIT_BYTES = 64 * 1024
+MAX_REQUEST_HEADERS_KB = 32
 REASON_TIMEOUT = "GATEWAY_TIMEOUT"
 
 # The gateway's metadata contract with the servicer (see envoy.yaml's Lua filter):
@@ -41,6 +45,12 @@ HTTP_STATUS_METADATA_KEY = "x-visio-http-status"
 NEXT_PAGE_TOKEN_HEADER = "x-next-page-token"
 
 STDERR_TAIL_LINES = 40
+# In-flight requests on the listener's HTTP connection manager (stat_prefix visio_http).
+ACTIVE_REQUESTS_STAT = f"http.{LISTENER_NAME}.downstream_rq_active"
+ACTIVE_REQUESTS_STAT_RE = f"^http%5C.{LISTENER_NAME}%5C.downstream_rq_active$"
+DRAIN_POLL_S = 0.05
+# Lines Envoy logs at warning level on every clean stop: logged at INFO.
+EXPECTED_SHUTDOWN_LINES = ("caught ENVOY_SIGTERM", "caught SIGTERM", "caught ENVOY_SIGINT", "caught SIGINT")
 logger = logging.getLogger(__name__)
 envoy_logger = logging.getLogger("visio.envoy")
 
@@ -64,7 +74,8 @@ class GatewayConfig:
     envoy_binary: str | None = None  # default: `envoy` next to sys.executable, else on PATH
     log_level: str = "warn"
     start_timeout_s: float = 20.0
-    stop_timeout_s: float = 5.0
+    stop_timeout_s: float = 5.0  # after the drain: SIGTERM, then SIGKILL after this
+    drain_timeout_s: float = 10.0  # stop() waits this long at most for in-flight REST/gRPC calls
 
 
 def find_envoy(binary: str | None = None) -> str:
@@ -186,9 +197,17 @@ class EnvoyGateway:
         )
 
     async def stop(self) -> None:
-        """Stops Envoy: SIGTERM, then SIGKILL after stop_timeout_s. Safe to call twice."""
+        """Stops Envoy gracefully; safe to call twice.
+
+        Drains first: the listener stops accepting (new connections are refused), responses on open
+        connections say `Connection: close` (HTTP/1) or GOAWAY (h2), and calls in flight run to the end,
+        for drain_timeout_s at most. Then SIGTERM, and SIGKILL after stop_timeout_s. The gRPC server must
+        still be running during the drain (server.py stops the gateway first).
+        """
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
+            if self.admin_address is not None and self.port is not None:
+                await self._drain(process)
             process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), self.config.stop_timeout_s)
@@ -205,6 +224,42 @@ class EnvoyGateway:
             self._workdir = None
         self.port = None
         self.admin_address = None
+
+    async def _drain(self, process: asyncio.subprocess.Process) -> None:
+        # Failing the health check makes Envoy close connections as their requests end
+        # (`Connection: close`, h2 GOAWAY), so keep-alive clients do not start new requests on them.
+        # drain_listeners without ?graceful closes the listener at once (new connections are
+        # refused) while open connections finish their requests.
+        admin = f"http://{self.admin_address}"
+        started = time.monotonic()
+        await asyncio.to_thread(_http_post, f"{admin}/healthcheck/fail")
+        status, _ = await asyncio.to_thread(_http_post, f"{admin}/drain_listeners")
+        if status != 200:
+            logger.warning("Envoy (pid %s) did not start draining (admin status %s): stopping it now", process.pid, status)
+            return
+        deadline = started + self.config.drain_timeout_s
+        active = await self._active_requests(admin)
+        while active and process.returncode is None and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+            active = await self._active_requests(admin)
+        if active:
+            logger.warning(
+                "Envoy (pid %s) still had %s request(s) in flight after %s s of draining: stopping it anyway",
+                process.pid, active, self.config.drain_timeout_s,
+            )
+        else:
+            logger.info("Envoy (pid %s) drained in %.2f s", process.pid, time.monotonic() - started)
+
+    async def _active_requests(self, admin: str) -> int | None:
+        """Requests in flight on the REST/gRPC listener, or None when admin does not answer."""
+        status, body = await asyncio.to_thread(_http_get, f"{admin}/stats?filter={ACTIVE_REQUESTS_STAT_RE}")
+        if status != 200:
+            return None
+        for line in body.decode(errors="replace").splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == ACTIVE_REQUESTS_STAT:
+                return int(value)
+        return None
 
     def log_tail(self) -> str:
         """The last lines Envoy wrote to stderr."""
@@ -327,6 +382,14 @@ def _http_get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
+def _http_post(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=1.0) as response:
+            return response.status, response.read()
+    except OSError:
+        return 0, b""
+
+
 def _listener_port(body: bytes) -> int:
     for status in json.loads(body).get("listener_statuses", []):
         if status.get("name") == LISTENER_NAME:
@@ -336,6 +399,8 @@ def _listener_port(body: bytes) -> int:
 
 def _envoy_line_level(line: str) -> int:
     # Envoy lines look like "[time][thread][warning][main] [file:line] message".
+    if any(expected in line for expected in EXPECTED_SHUTDOWN_LINES):
+        return logging.INFO
     for marker, level in (("][critical][", logging.CRITICAL), ("][error][", logging.ERROR), ("][warning][", logging.WARNING)):
         if marker in line:
             return level

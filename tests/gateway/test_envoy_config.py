@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,8 +14,11 @@ from visio_grpc.gateway import (
     CLUSTER_NAME,
     DEFAULT_DESCRIPTOR_SET,
     DEFAULT_ENVOY_CONFIG,
+    JSON_BODY_LIMIT_BYTES,
     LISTENER_NAME,
+    MAX_REQUEST_HEADERS_KB,
     GatewayConfig,
+    _envoy_line_level,
     find_envoy,
     render_config,
 )
@@ -71,3 +77,23 @@ def test_defaults_match_the_committed_file() -> None:
     assert "max_request_body_size: 44040192" in text
     assert "timeout: 120s" in text
     assert "port_value: 8080" in text and "port_value: 50051" in text
+
+
+def test_fixed_limits_match_gateway_constants() -> None:
+    text = DEFAULT_ENVOY_CONFIG.read_text()
+    assert f"local JSON_BODY_LIMIT = {JSON_BODY_LIMIT_BYTES}\n" in text
+    assert f'limit_bytes: "{JSON_BODY_LIMIT_BYTES}"' in text
+    assert f"max_request_headers_kb: {MAX_REQUEST_HEADERS_KB}\n" in text
+    assert f'limit_kb: "{MAX_REQUEST_HEADERS_KB}"' in text
+    assert f"limit of {MAX_REQUEST_HEADERS_KB} KiB" in text
+    # Rendering with another multipart limit leaves the JSON limit alone.
+    rendered = json.dumps(render_config(GatewayConfig(max_request_bytes=1_000_000)))
+    assert re.search(rf"limit of {JSON_BODY_LIMIT_BYTES} bytes \(64 KiB\)", rendered)
+
+
+def test_envoy_shutdown_lines_are_info_and_other_warnings_stay_warnings() -> None:
+    sigterm = "[2026-12-03 16:51:59.904][31252][warning][main] [source/server/server.cc:1028] caught ENVOY_SIGTERM"
+    assert _envoy_line_level(sigterm) == logging.INFO
+    other = "[2026-12-03 16:51:59.904][31252][warning][config] [source/x.cc:1] something odd"
+    assert _envoy_line_level(other) == logging.WARNING
+    assert _envoy_line_level("[t][1][error][main] [x.cc:1] broken") == logging.ERROR

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
+import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,16 +22,25 @@ from grpc_status import rpc_status
 
 from visio_grpc._proto.visio.v1 import face_service_pb2 as pb
 from visio_grpc._proto.visio.v1 import face_service_pb2_grpc as pb_grpc
-from visio_grpc.gateway import HTTP_STATUS_METADATA_KEY, NEXT_PAGE_TOKEN_HEADER, EnvoyGateway, GatewayConfig
+from visio_grpc.gateway import (
+    HTTP_STATUS_METADATA_KEY,
+    JSON_BODY_LIMIT_BYTES,
+    MAX_REQUEST_HEADERS_KB,
+    NEXT_PAGE_TOKEN_HEADER,
+    EnvoyGateway,
+    GatewayConfig,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 DOMAIN = "visio.dev"
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
-BODY_LIMIT = 64 * 1024  # small, so the over-limit test sends little
+BODY_LIMIT = 128 * 1024  # small, so the over-limit test sends little; above the 64 KiB JSON limit
 TIMEOUT_S = 1.0
 SLOW_S = 3.0
-INVALID_ARGUMENT, NOT_FOUND, DEADLINE_EXCEEDED, UNAVAILABLE = 3, 5, 4, 14
+IN_FLIGHT_S = 1.0  # GetFace("in-flight"): a call still running when the gateway is stopped
+INVALID_ARGUMENT, NOT_FOUND, DEADLINE_EXCEEDED, UNIMPLEMENTED, UNAVAILABLE = 3, 5, 4, 12, 14
+POST_ONLY_PATHS = ["/v1/faces/compare", "/v1/faces/compare-images", "/v1/faces/compare-mixt", "/v1/faces/detect", "/v1/faces/detect-all"]
 
 
 def abort_args(code: grpc.StatusCode, message: str, reason: str, http_status: int | None = None, **metadata: str):
@@ -48,6 +60,8 @@ class CannedFaceService(pb_grpc.FaceServiceServicer):
     async def GetFace(self, request: pb.GetFaceRequest, context: grpc.aio.ServicerContext) -> pb.Face:
         if request.id == "slow":
             await asyncio.sleep(SLOW_S)
+        if request.id == "in-flight":
+            await asyncio.sleep(IN_FLIGHT_S)
         if request.id == "missing":
             await context.abort(*abort_args(grpc.StatusCode.NOT_FOUND, "No face 'missing'.", "FACE_NOT_FOUND", face_id="missing"))
         return pb.Face(id=request.id)
@@ -83,7 +97,8 @@ class Stack:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack() -> AsyncIterator[Stack]:
-    server = grpc.aio.server()
+    # As the real server: metadata up to 64 KiB, above Envoy's 32 KiB request-header limit.
+    server = grpc.aio.server(options=[("grpc.max_metadata_size", 64 * 1024)])
     pb_grpc.add_FaceServiceServicer_to_server(CannedFaceService(), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     grpc_port = server.add_insecure_port("127.0.0.1:0")
@@ -280,3 +295,185 @@ async def test_start_failure_reports_envoy_stderr(tmp_path) -> None:
 
     with pytest.raises(GatewayError, match="exited with code"):
         await EnvoyGateway(GatewayConfig(http_port=0, envoy_config=broken)).start()
+
+
+def raw_exchange(port: int, head: bytes, body_chunks: list[bytes]) -> tuple[float, bytes]:
+    """Sends a request head and body chunks (stopping when Envoy resets); returns (seconds, reply)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        try:
+            sock.sendall(head)
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        except OSError:  # Envoy answered and closed before reading everything: expected
+            pass
+        reply = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < _content_length(reply):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                reply += data
+        return time.monotonic() - started, reply
+
+
+def _content_length(reply: bytes) -> int:
+    for line in reply.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 1 << 62
+
+
+def parse_raw(reply: bytes) -> Reply:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = http.client.HTTPMessage()
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+    return Reply(int(status_line.split()[1]), headers, body)
+
+
+def assert_json_too_large(reply: Reply) -> None:
+    body = assert_error(reply, 413, INVALID_ARGUMENT, "REQUEST_TOO_LARGE")
+    assert body["details"][0]["metadata"] == {"limit_bytes": str(JSON_BODY_LIMIT_BYTES)}
+    assert "JSON" in body["message"] and "64 KiB" in body["message"], body["message"]
+    assert str(BODY_LIMIT) not in body["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/faces/compare", "/v1/faces/compare?x=1"])
+async def test_json_body_over_64k_with_content_length_is_413_at_once(stack: Stack, path: str) -> None:
+    # 50 MB announced, 1 MB sent: Envoy must answer from the Content-Length, not parse the body.
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: visio\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {50 * 1024 * 1024}\r\n\r\n"
+    ).encode()
+    seconds, reply = await asyncio.to_thread(raw_exchange, stack.gateway.port, head, [b"0" * 65536] * 16)
+    assert_json_too_large(parse_raw(reply))
+    assert seconds < 2.0
+
+
+async def test_chunked_json_body_over_64k_is_413(stack: Stack) -> None:
+    head = (
+        b"POST /v1/faces/compare HTTP/1.1\r\nHost: visio\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"0" * (1024 * 1024)
+    chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 8 + [b"0\r\n\r\n"]
+    seconds, reply = await asyncio.to_thread(raw_exchange, stack.gateway.port, head, chunks)
+    assert_json_too_large(parse_raw(reply))
+    assert seconds < 2.0
+
+    # Just over the limit, and complete (below Envoy's own buffer limit): the Lua check itself.
+    body = b'{"face_1": "a", "face_2": "' + b"b" * JSON_BODY_LIMIT_BYTES + b'"}'
+    _, reply = await asyncio.to_thread(raw_exchange, stack.gateway.port, head, [b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)])
+    assert_json_too_large(parse_raw(reply))
+
+
+async def test_small_chunked_json_body_still_works(stack: Stack) -> None:
+    head = (
+        b"POST /v1/faces/compare HTTP/1.1\r\nHost: visio\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    body = b'{"face_1": "a", "face_2": "b"}'
+    _, reply = await asyncio.to_thread(raw_exchange, stack.gateway.port, head, [b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)])
+    parsed = parse_raw(reply)
+    assert parsed.status == 200, reply
+    assert parsed.json() == {"distance": 0, "threshold": 0.6, "match": False}
+
+
+async def test_multipart_route_keeps_the_big_limit(stack: Stack) -> None:
+    data, content_type = multipart("face", "face.jpg", b"x" * (JSON_BODY_LIMIT_BYTES + 10_000))
+    assert len(data) < BODY_LIMIT
+    reply = await call(stack.gateway.port, "POST", "/v1/faces", data, {"Content-Type": content_type})
+    assert reply.status == 200, reply.body
+    assert reply.json()["image_size"]["width"] == len(data)
+
+
+async def test_list_faces_with_trailing_slash_is_the_same_array(stack: Stack) -> None:
+    reply = await call(stack.gateway.port, "GET", "/v1/faces/?page_size=1")
+    assert reply.status == 200, reply.body
+    assert [face["id"] for face in reply.json()] == ["a", "b"]
+    assert reply.headers[NEXT_PAGE_TOKEN_HEADER] == "page-2"
+    assert int(reply.headers["content-length"]) == len(reply.body)
+
+
+@pytest.mark.parametrize(
+    ("what", "path", "headers"),
+    [
+        ("url", "/v1/faces/" + "a" * 40_000, {}),
+        ("url", "/v1/faces/" + "a" * 16_000 + "?page_size=" + "1" * 20_000, {}),
+        ("header", "/v1/faces/f1", {"Authorization": "a" * 60_000}),
+        ("headers", "/v1/faces/f1", {f"X-Filler-{i}": "b" * 4000 for i in range(10)}),
+    ],
+)
+async def test_oversized_url_or_headers_is_431_json(stack: Stack, what: str, path: str, headers: dict[str, str]) -> None:
+    reply = await call(stack.gateway.port, "GET", path, headers=headers)
+    body = assert_error(reply, 431, INVALID_ARGUMENT, "REQUEST_HEADERS_TOO_LARGE")
+    assert body["details"][0]["metadata"] == {"limit_kb": str(MAX_REQUEST_HEADERS_KB)}
+    assert "URL" in body["message"] and "headers" in body["message"]
+    assert "metadata" not in body["message"]  # not gRPC core's own text
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [("/v1/faces/" + "a" * 30_000, {}), ("/v1/faces/f1", {"Authorization": "a" * 30_000})],
+)
+async def test_long_url_or_header_below_the_limit_reaches_the_server(stack: Stack, path: str, headers: dict[str, str]) -> None:
+    # Envoy copies the path into x-envoy-original-path: the metadata must still fit the server's limit.
+    reply = await call(stack.gateway.port, "GET", path, headers=headers)
+    assert reply.status == 200, reply.body[:300]
+    assert reply.json()["id"] == path.removeprefix("/v1/faces/")
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+@pytest.mark.parametrize("path", POST_ONLY_PATHS)
+async def test_other_methods_on_post_only_paths_are_405_json(stack: Stack, method: str, path: str) -> None:
+    reply = await call(stack.gateway.port, method, path + "?page_size=1")
+    body = assert_error(reply, 405, UNIMPLEMENTED, "METHOD_NOT_ALLOWED")
+    assert reply.headers["allow"] == "POST"
+    assert body["details"][0]["metadata"] == {"method": method, "path": path, "allowed_methods": "POST"}
+    assert "use POST" in body["message"] and "No face" not in body["message"]
+
+
+async def test_get_face_with_a_similar_id_is_still_a_face(stack: Stack) -> None:
+    reply = await call(stack.gateway.port, "GET", "/v1/faces/compare-2")
+    assert reply.status == 200 and reply.json()["id"] == "compare-2"
+
+
+async def test_stop_drains_in_flight_rest_calls(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    gateway = EnvoyGateway(GatewayConfig(http_port=0, grpc_port=stack.grpc_port, request_timeout_s=10, drain_timeout_s=5))
+    await gateway.start()
+    port = gateway.port
+    assert port is not None
+    with caplog.at_level(logging.INFO, logger="visio.envoy"):
+        started = time.monotonic()
+        in_flight = asyncio.create_task(call(port, "GET", "/v1/faces/in-flight"))
+        await asyncio.sleep(0.3)  # the call has reached the servicer
+        stopping = asyncio.create_task(gateway.stop())
+        await asyncio.sleep(0.2)
+        # New connections during the drain are refused (the listener is closed).
+        with pytest.raises(ConnectionRefusedError):
+            await call(port, "GET", "/v1/faces/f1")
+        assert not stopping.done()
+        reply = await in_flight
+        await stopping
+        elapsed = time.monotonic() - started
+    assert reply.status == 200, reply.body
+    assert reply.json()["id"] == "in-flight"
+    assert reply.headers["connection"] == "close"  # keep-alive clients are told to go
+    assert IN_FLIGHT_S <= elapsed < IN_FLIGHT_S + 2.0
+    assert gateway.pid is None
+    # A clean stop logs nothing above INFO for Envoy.
+    envoy_records = [record for record in caplog.records if record.name == "visio.envoy"]
+    assert all(record.levelno <= logging.INFO for record in envoy_records), [r.getMessage() for r in envoy_records]
+
+
+async def test_stop_without_calls_in_flight_is_quick(stack: Stack) -> None:
+    gateway = EnvoyGateway(GatewayConfig(http_port=0, grpc_port=stack.grpc_port))
+    await gateway.start()
+    started = time.monotonic()
+    await gateway.stop()
+    assert time.monotonic() - started < 1.0
+
