@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from visio_grpc.config import Settings

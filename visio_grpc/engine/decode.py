@@ -7,9 +7,8 @@ module is the one place that turns such bytes into pixels, so the limits are enf
 
 from __future__ import annotations
 
-import math
-
 import io
+import math
 import re
 import struct
 import zlib
