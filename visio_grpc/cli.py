@@ -13,7 +13,8 @@ from typing import Any
 from visio_grpc.config import Settings
 from visio_grpc.domain.errors import VisioError
 from visio_grpc.domain.keys import DEFAULT_OWNER
-from visio_grpc.server import VisioApp, open_storage, run_until_signalled
+from visio_grpc.gateway import GatewayError
+from visio_grpc.server import StartupError, VisioApp, open_storage, run_until_signalled
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(settings, create_first_key=not args.no_first_key))
         else:
             asyncio.run(_keys(settings, args))
-    except VisioError as error:
+    except (VisioError, StartupError, GatewayError) as error:
         print(f"visio: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -44,6 +44,10 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
+class StartupError(RuntimeError):
+    """The service cannot start as configured (a port in use, say); the message says what to change."""
+
+
 @dataclass
 class Storage:
     database: AsyncEngine
@@ -86,7 +90,13 @@ def create_server(settings: Settings, storage: Storage, engine: FaceEngine) -> B
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{_bracket(settings.host)}:{settings.grpc_port}")
+    address = f"{_bracket(settings.host)}:{settings.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise StartupError(
+            f"cannot listen for gRPC on {address} ({error}): free the port or choose another with --grpc-port"
+        ) from None
     return BoundServer(server=server, port=port, health=health_servicer)
 
 
@@ -166,8 +176,8 @@ async def run_until_signalled(app: VisioApp) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await app.start()
     try:
+        await app.start()
         host = app.settings.host
         http = f"{host}:{app.http_port}" if app.http_port is not None else "off"
         print(f"visio ready grpc={host}:{app.grpc_port} http={http}", flush=True)

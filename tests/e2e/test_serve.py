@@ -112,3 +112,25 @@ def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
             assert len(stub.DetectFace(pb.DetectFaceRequest(image=photo("person01_04.jpg")), metadata=metadata).descriptor) == 128
     finally:
         assert service.stop() == 0
+
+
+def test_busy_ports_are_clear_errors(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    from tests.helpers import visio_command
+
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for flags, hint in ((["--grpc-port", port, "--no-gateway"], "--grpc-port"), (["--grpc-port", "0", "--http-port", port], "")):
+            result = subprocess.run(
+                visio_command("serve", "--database", database_url, "--workers", "0", "--no-first-key", *flags),
+                capture_output=True, text=True, timeout=90, check=False,
+            )
+            assert result.returncode == 1, result.stderr
+            assert result.stderr.startswith("visio: ") or "\nvisio: " in result.stderr
+            assert "Traceback" not in result.stderr
+            assert hint in result.stderr

@@ -50,14 +50,15 @@ class FacePipeline:
             data, field=field, limits=self.config.limits, max_side=self.config.descriptor_max_side
         )
         found = self._detect(image)
-        by_detection = {id(f.detection): f for f in found}
-        detections = [f.detection for f in found]
+        # The policy picks among plain Detections; map its choice back to the dlib rectangle.
+        by_detection = {f.detection: f for f in found}
+        detections = list(by_detection)
         if single:
             chosen = [select_single_face(detections, field=field, min_face_size=self.config.min_face_size)]
         else:
             chosen = largest_faces(detections, self.config.max_faces_per_image)
-        faces = tuple(self._describe(image, by_detection[id(d)]) for d in chosen)
-        return ImageAnalysis(image_size=image.size, faces=faces, total_found=len(found))
+        faces = tuple(self._describe(image, by_detection[d]) for d in chosen)
+        return ImageAnalysis(image_size=image.size, faces=faces, total_found=len(detections))
 
     def _detect(self, image: DecodedImage) -> list[_Found]:
         pixels = image.pixels

@@ -56,6 +56,21 @@ def _face_from_row(row: FaceRow) -> Face:
     )
 
 
+def _detection_columns(face: Face) -> dict[str, object]:
+    """The columns a new photo of a face replaces (all but id, owner and create_time)."""
+    return {
+        "descriptor": _pack_descriptor(face.descriptor),
+        "box_left": face.box.left,
+        "box_top": face.box.top,
+        "box_right": face.box.right,
+        "box_bottom": face.box.bottom,
+        "landmarks": _pack_landmarks(face.landmarks),
+        "image_width": face.image_size.width,
+        "image_height": face.image_size.height,
+        "update_time": face.update_time,
+    }
+
+
 def _encode_page_token(face: Face) -> str:
     raw = json.dumps([face.create_time.isoformat(), face.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -76,22 +91,7 @@ class FaceRepository:
 
     async def add(self, face: Face) -> None:
         async with self._sessions.begin() as session:
-            session.add(
-                FaceRow(
-                    id=face.id,
-                    owner=face.owner,
-                    descriptor=_pack_descriptor(face.descriptor),
-                    box_left=face.box.left,
-                    box_top=face.box.top,
-                    box_right=face.box.right,
-                    box_bottom=face.box.bottom,
-                    landmarks=_pack_landmarks(face.landmarks),
-                    image_width=face.image_size.width,
-                    image_height=face.image_size.height,
-                    create_time=face.create_time,
-                    update_time=face.update_time,
-                )
-            )
+            session.add(FaceRow(id=face.id, owner=face.owner, create_time=face.create_time, **_detection_columns(face)))
 
     async def get(self, owner: str, face_id: str) -> Face | None:
         async with self._sessions() as session:
@@ -102,19 +102,7 @@ class FaceRepository:
         """Stores a face's new descriptor, box, landmarks and update time; False if it is gone."""
         async with self._sessions.begin() as session:
             result = await session.execute(
-                update(FaceRow)
-                .where(FaceRow.id == face.id, FaceRow.owner == face.owner)
-                .values(
-                    descriptor=_pack_descriptor(face.descriptor),
-                    box_left=face.box.left,
-                    box_top=face.box.top,
-                    box_right=face.box.right,
-                    box_bottom=face.box.bottom,
-                    landmarks=_pack_landmarks(face.landmarks),
-                    image_width=face.image_size.width,
-                    image_height=face.image_size.height,
-                    update_time=face.update_time,
-                )
+                update(FaceRow).where(FaceRow.id == face.id, FaceRow.owner == face.owner).values(**_detection_columns(face))
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
