@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     landmarks: Literal[5, 68] = Field(68, description="Shape predictor used to align faces: 68 or 5 points.")
     request_timeout_s: float = Field(120.0, gt=0, description="Gateway timeout for one REST request.")
     log_level: str = Field("INFO", description="Python log level.")
+
+    @model_validator(mode="after")
+    def _descriptor_image_covers_detection(self) -> Settings:
+        # The detector scans a shrunk copy of the descriptor image; it cannot be the larger one.
+        if self.descriptor_max_side < self.detect_max_side:
+            raise ValueError("VISIO_DESCRIPTOR_MAX_SIDE must be at least VISIO_DETECT_MAX_SIDE")
+        return self
 
     @property
     def max_request_bytes(self) -> int:

@@ -24,6 +24,7 @@ from visio_grpc.domain.keys import KeyService
 from visio_grpc.engine.decode import DecodeLimits
 from visio_grpc.engine.pipeline import EngineConfig
 from visio_grpc.engine.pool import EnginePool
+from visio_grpc.gateway import EnvoyGateway, GatewayConfig
 from visio_grpc.storage.database import create_engine, create_schema, session_factory
 from visio_grpc.storage.repository import ApiKeyRepository, FaceRepository
 
@@ -114,12 +115,7 @@ class VisioApp:
         self._storage: Storage | None = None
         self._engine: EnginePool | None = None
         self._bound: BoundServer | None = None
-        self._gateway: object | None = None
-
-    @property
-    def storage(self) -> Storage:
-        assert self._storage is not None, "VisioApp not started"
-        return self._storage
+        self._gateway: EnvoyGateway | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -130,8 +126,6 @@ class VisioApp:
         await self._bound.server.start()
         self.grpc_port = self._bound.port
         if settings.gateway:
-            from visio_grpc.gateway import EnvoyGateway, GatewayConfig
-
             gateway = EnvoyGateway(
                 GatewayConfig(
                     http_host=settings.host,
@@ -153,20 +147,13 @@ class VisioApp:
             for service in ("", SERVICE_NAME):
                 await self._bound.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._gateway is not None:
-            await self._gateway.stop()  # type: ignore[attr-defined]
+            await self._gateway.stop()
         if self._bound is not None:
             await self._bound.server.stop(STOP_GRACE_S)
         if self._engine is not None:
             await self._engine.close()
         if self._storage is not None:
             await self._storage.close()
-
-    def worker_pids(self) -> list[int]:
-        return self._engine.worker_pids() if self._engine is not None else []
-
-    async def wait(self) -> None:
-        assert self._bound is not None
-        await self._bound.server.wait_for_termination()
 
 
 async def run_until_signalled(app: VisioApp) -> None:

@@ -132,9 +132,6 @@ class EnginePool:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(None, lane.shutdown, True) for lane in self._lanes))
 
-    def worker_pids(self) -> list[int]:
-        return [pid for lane in self._lanes for pid in (getattr(lane, "_processes", None) or {})]
-
 
 def _has_dead_worker(lane: Executor) -> bool:
     processes = getattr(lane, "_processes", None) or {}
