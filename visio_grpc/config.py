@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     min_face_size: int = Field(80, ge=0, description="Smallest face width (px) used for enrolment or comparison.")
     max_faces_per_image: int = Field(64, gt=0, description="Most faces described per image by DetectFaces.")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0, description="Engine worker processes; 0 runs in-process.")
+    worker_timeout_s: float = Field(60.0, gt=0, description="Longest a worker may spend on one photo before it is replaced.")
     max_queued_images: int = Field(64, gt=0, description="Images waiting for a worker before SERVICE_OVERLOADED.")
     detect_max_side: int = Field(1024, ge=160, description="Long side (px) of the image the detector scans.")
     descriptor_max_side: int = Field(2400, ge=320, description="Long side (px) the photo is decoded at for landmarks and descriptors.")

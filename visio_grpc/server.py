@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 from dataclasses import dataclass
 
 import grpc
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = face_service_pb2.DESCRIPTOR.services_by_name["FaceService"].full_name
 STOP_GRACE_S = 5.0
+WORKER_STOP_S = 10.0
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -120,7 +124,12 @@ class VisioApp:
     async def start(self) -> None:
         settings = self.settings
         self._storage = await open_storage(settings.database_url)
-        self._engine = EnginePool(engine_config(settings), workers=settings.workers, max_queued=settings.max_queued_images)
+        self._engine = EnginePool(
+            engine_config(settings),
+            workers=settings.workers,
+            max_queued=settings.max_queued_images,
+            job_timeout_s=settings.worker_timeout_s,
+        )
         await self._engine.start()
         self._bound = create_server(settings, self._storage, self._engine)
         await self._bound.server.start()
@@ -142,6 +151,14 @@ class VisioApp:
         for service in ("", SERVICE_NAME):
             await self._bound.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
+    def kill(self) -> None:
+        """Stops the gateway and the workers at once, without draining."""
+        if self._gateway is not None and self._gateway.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._gateway.pid, signal.SIGKILL)
+        if self._engine is not None:
+            self._engine.kill()
+
     async def stop(self) -> None:
         if self._bound is not None:
             for service in ("", SERVICE_NAME):
@@ -151,18 +168,27 @@ class VisioApp:
         if self._bound is not None:
             await self._bound.server.stop(STOP_GRACE_S)
         if self._engine is not None:
-            await self._engine.close()
+            # Calls were cancelled after the grace period; a worker still busy is stuck.
+            await self._engine.close(timeout_s=min(self.settings.worker_timeout_s, WORKER_STOP_S))
         if self._storage is not None:
             await self._storage.close()
 
 
 async def run_until_signalled(app: VisioApp) -> None:
-    import signal
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        # A second signal: the user has waited enough. Take the children down with us.
+        log.warning("second stop signal: stopping at once")
+        app.kill()
+        os._exit(1)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     try:
         await app.start()
         host = app.settings.host

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Rest, ServiceProcess, create_key, photo, run_cli
 
 
@@ -134,3 +136,40 @@ def test_busy_ports_are_clear_errors(tmp_path: Path) -> None:
             assert result.stderr.startswith("visio: ") or "\nvisio: " in result.stderr
             assert "Traceback" not in result.stderr
             assert hint in result.stderr
+
+
+def test_a_frozen_worker_is_replaced_and_does_not_block_shutdown(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import grpc
+    import psutil
+
+    from tests.helpers import error_info
+    from visio_grpc._proto.visio.v1 import face_service_pb2 as pb
+    from visio_grpc._proto.visio.v1 import face_service_pb2_grpc as pb_grpc
+
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'frozen.db'}"
+    key = create_key(database_url, "frozen")
+    service = ServiceProcess(
+        database_url, extra_args=("--workers", "1", "--no-gateway"), env={"VISIO_WORKER_TIMEOUT_S": "2"}
+    ).start()
+    assert service.process is not None
+    server = psutil.Process(service.process.pid)
+    metadata = (("authorization", key),)
+    request = pb.DetectFaceRequest(image=photo("person01_04.jpg"))
+    with grpc.insecure_channel(service.grpc_target) as channel:
+        stub = pb_grpc.FaceServiceStub(channel)
+        frozen = server.children()[-1]
+        frozen.send_signal(signal.SIGSTOP)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.DetectFace(request, metadata=metadata, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert error_info(raised.value).reason == "PROCESSING_TIMEOUT"
+        assert len(stub.DetectFace(request, metadata=metadata, timeout=30).descriptor) == 128
+        assert not frozen.is_running() or frozen.status() == psutil.STATUS_ZOMBIE
+
+        server.children()[-1].send_signal(signal.SIGSTOP)  # frozen again, now while stopping
+    started = time.monotonic()
+    assert service.stop() == 0
+    assert time.monotonic() - started < 20

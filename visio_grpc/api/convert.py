@@ -11,7 +11,7 @@ from google.protobuf import timestamp_pb2
 from visio_grpc._proto.visio.v1 import face_service_pb2 as pb
 from visio_grpc.api.multipart import FormPart, parse_form
 from visio_grpc.domain import models as m
-from visio_grpc.domain.errors import FaceIdInvalid, FieldMissing
+from visio_grpc.domain.errors import FaceIdInvalid, FieldMissing, RequestUndecodable
 from visio_grpc.domain.faces import Upload
 
 
@@ -94,7 +94,10 @@ class RequestForm:
     def text(self, *, form_field: str, grpc_value: str) -> str:
         if self.is_rest:
             part = self._parts.get(form_field)
-            value = part.data.decode("utf-8", "replace").strip() if part is not None else ""
+            try:
+                value = part.data.decode("utf-8").strip() if part is not None else ""
+            except UnicodeDecodeError:
+                raise RequestUndecodable() from None
         else:
             value = grpc_value.strip()
         return require_id(value, form_field)

@@ -44,10 +44,13 @@ STATUS_OF: dict[type[e.VisioError], tuple[grpc.StatusCode, int]] = {
     e.ImageUnsupportedFormat: (_BAD, 415),
     e.ServiceOverloaded: (grpc.StatusCode.UNAVAILABLE, 503),
     e.WorkerRestarted: (grpc.StatusCode.UNAVAILABLE, 503),
+    e.ProcessingTimeout: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
 }
 
 # Envoy's own mapping (convert_grpc_status); only differences need the override header.
-_ENVOY_HTTP_STATUS = {_BAD: 400, _AUTH: 401, _NOT_FOUND: 404, grpc.StatusCode.UNAVAILABLE: 503}
+_ENVOY_HTTP_STATUS = {
+    _BAD: 400, _AUTH: 401, _NOT_FOUND: 404, grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
 
 
 def _pack(message: object) -> any_pb2.Any:

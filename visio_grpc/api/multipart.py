@@ -30,8 +30,8 @@ MALFORMED = (
 )
 
 DUPLICATE_FIELD = (
-    "The form has the field {field!r} more than once, so it is unclear which file to use: "
-    "send it once (for example: curl {example})."
+    "The form has the field {field!r} more than once, so it is unclear which one to use: "
+    "send each field once (for example: curl {example})."
 )
 
 MAX_PARTS = 64

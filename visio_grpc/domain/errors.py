@@ -253,6 +253,16 @@ class WorkerRestarted(VisioError):
         super().__init__(self.MESSAGE)
 
 
+class ProcessingTimeout(VisioError):
+    """A worker spent longer than the configured limit on one photo and was replaced."""
+
+    reason = "PROCESSING_TIMEOUT"
+    MESSAGE = "Processing the photo took longer than {seconds:g} s, so it was stopped: retry, or send a smaller photo."
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(self.MESSAGE.format(seconds=seconds), timeout_s=seconds)
+
+
 class ServiceOverloaded(VisioError):
     reason = "SERVICE_OVERLOADED"
     MESSAGE = "The server has too many images waiting to be processed: retry in a moment."

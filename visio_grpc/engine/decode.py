@@ -325,6 +325,8 @@ def _problem(exc: BaseException) -> str:
         return "data truncated"
     if isinstance(exc, Image.UnidentifiedImageError):
         return "header not understood"
+    if "decompressed data too large" in text.lower():
+        return "a metadata (text) chunk decompresses to more than Pillow's safety limit"
     if not text:
         return type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."

@@ -17,12 +17,14 @@ from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from visio_grpc.domain.errors import ServiceOverloaded, WorkerRestarted
+from visio_grpc.domain.errors import ProcessingTimeout, ServiceOverloaded, WorkerRestarted
 from visio_grpc.domain.models import ImageAnalysis
 from visio_grpc.engine.decode import check_upload
 from visio_grpc.engine.pipeline import EngineConfig, FacePipeline
 
 log = logging.getLogger(__name__)
+
+WORKER_START_TIMEOUT_S = 120.0
 
 _worker_pipeline: FacePipeline | None = None
 
@@ -44,12 +46,14 @@ def _warm_up() -> int:
 class EnginePool:
     """The FaceEngine the domain uses: `await analyze(...)` from the event loop."""
 
-    def __init__(self, config: EngineConfig, *, workers: int, max_queued: int = 64) -> None:
+    def __init__(self, config: EngineConfig, *, workers: int, max_queued: int = 64, job_timeout_s: float = 60.0) -> None:
         self.config = config
         self.workers = workers
+        self.job_timeout_s = job_timeout_s
         self._lanes: list[Executor] = [self._new_lane() for _ in range(max(workers, 1))]
         self._idle = list(reversed(range(len(self._lanes))))  # a stack: pop() reuses the warmest
         self._waiting: deque[asyncio.Future[int]] = deque()
+        self._ready: list[asyncio.Future[int]] = []  # per lane: its worker has loaded its models
         self._max_in_flight = len(self._lanes) + max_queued
         self._in_flight = 0
 
@@ -67,7 +71,8 @@ class EnginePool:
     async def start(self) -> None:
         """Starts every worker and loads its models, so the first request is not slow."""
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(lane, _warm_up) for lane in self._lanes))
+        self._ready = [loop.run_in_executor(lane, _warm_up) for lane in self._lanes]
+        await asyncio.gather(*self._ready)
 
     async def analyze(self, data: bytes, *, field: str, single: bool) -> ImageAnalysis:
         # Cheap checks here so a 40 MB mistake is not copied to a worker first.
@@ -91,16 +96,19 @@ class EnginePool:
             # started, so it gets a new worker rather than an error.
             self._replace(lane)
         try:
+            # A replaced worker loads its models first; that is not this photo's time.
+            await asyncio.wait_for(asyncio.shield(self._ready[lane]), WORKER_START_TIMEOUT_S)
             pending = loop.run_in_executor(self._lanes[lane], _analyze_in_worker, data, field, single)
-        except BrokenProcessPool:
-            self._replace(lane)
-            pending = loop.run_in_executor(self._lanes[lane], _analyze_in_worker, data, field, single)
-        try:
-            return await pending
+            return await asyncio.wait_for(asyncio.shield(pending), self.job_timeout_s)
         except BrokenProcessPool:
             # The worker died (killed, out of memory) with this photo in it.
             self._replace(lane)
             raise WorkerRestarted() from None
+        except TimeoutError:
+            # A stuck worker (frozen, or a pathological photo) would hold its lane forever.
+            _kill_processes(self._lanes[lane])
+            self._replace(lane)
+            raise ProcessingTimeout(self.job_timeout_s) from None
 
     async def _acquire(self) -> int:
         if self._idle:
@@ -124,15 +132,39 @@ class EnginePool:
         self._idle.append(lane)
 
     def _replace(self, lane: int) -> None:
-        log.error("engine worker %d died; starting a new one", lane)
+        log.error("engine worker %d died or hung; starting a new one", lane)
         broken, self._lanes[lane] = self._lanes[lane], self._new_lane()
         broken.shutdown(wait=False, cancel_futures=True)
+        self._ready[lane] = asyncio.get_running_loop().run_in_executor(self._lanes[lane], _warm_up)
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Lets running photos finish for up to `timeout_s`, then kills what is left."""
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(None, lane.shutdown, True) for lane in self._lanes))
+        processes = [process for lane in self._lanes for process in _processes(lane)]
+        for lane in self._lanes:
+            lane.shutdown(wait=False, cancel_futures=True)
+        deadline = loop.time() + timeout_s
+        for process in processes:
+            await loop.run_in_executor(None, process.join, max(0.0, deadline - loop.time()))
+            if process.is_alive():
+                log.warning("engine worker %s did not stop within %.0f s; killing it", process.pid, timeout_s)
+                process.kill()
+
+    def kill(self) -> None:
+        """Stops every worker at once (a second stop signal)."""
+        for lane in self._lanes:
+            _kill_processes(lane)
+
+
+def _processes(lane: Executor) -> list[multiprocessing.process.BaseProcess]:
+    return list((getattr(lane, "_processes", None) or {}).values())
 
 
 def _has_dead_worker(lane: Executor) -> bool:
-    processes = getattr(lane, "_processes", None) or {}
-    return any(not process.is_alive() for process in list(processes.values()))
+    return any(not process.is_alive() for process in _processes(lane))
+
+
+def _kill_processes(lane: Executor) -> None:
+    for process in _processes(lane):
+        if process.is_alive():
+            process.kill()
