@@ -91,7 +91,7 @@ class RequestForm:
             raise FieldMissing(grpc_field, f"set {grpc_field!r} to the bytes of the photo.")
         return Upload(data=grpc_value, field=grpc_field)
 
-    def text(self, *, form_field: str, grpc_value: str) -> str:
+    def face_id(self, *, form_field: str, grpc_value: str) -> str:
         if self.is_rest:
             part = self._parts.get(form_field)
             try:

@@ -57,7 +57,7 @@ class FaceServicer(pb_grpc.FaceServiceServicer):
 
     async def CompareFaceToImage(self, request: pb.CompareFaceToImageRequest, context: Context) -> pb.Comparison:
         form = RequestForm.of(request, "face_id", "face")
-        face_id = form.text(form_field="face_id", grpc_value=request.face_id)
+        face_id = form.face_id(form_field="face_id", grpc_value=request.face_id)
         photo = form.photo(form_field="face", grpc_field="image", grpc_value=request.image)
         comparison = await self._faces.compare_face_to_image(current_owner(), face_id, photo, id_field="face_id")
         return convert.comparison_to_proto(comparison)
