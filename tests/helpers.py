@@ -116,6 +116,11 @@ class ServiceProcess:
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                # It hung: take its workers and Envoy down too, not just the parent.
+                import psutil
+
+                for child in psutil.Process(self.process.pid).children(recursive=True):
+                    child.kill()
                 self.process.kill()
                 self.process.wait()
         self._reader.join(timeout=10)

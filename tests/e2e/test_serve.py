@@ -158,18 +158,21 @@ def test_a_frozen_worker_is_replaced_and_does_not_block_shutdown(tmp_path: Path)
     server = psutil.Process(service.process.pid)
     metadata = (("authorization", key),)
     request = pb.DetectFaceRequest(image=photo("person01_04.jpg"))
-    with grpc.insecure_channel(service.grpc_target) as channel:
-        stub = pb_grpc.FaceServiceStub(channel)
-        frozen = server.children()[-1]
-        frozen.send_signal(signal.SIGSTOP)
-        with pytest.raises(grpc.RpcError) as raised:
-            stub.DetectFace(request, metadata=metadata, timeout=30)
-        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert error_info(raised.value).reason == "PROCESSING_TIMEOUT"
-        assert len(stub.DetectFace(request, metadata=metadata, timeout=30).descriptor) == 128
-        assert not frozen.is_running() or frozen.status() == psutil.STATUS_ZOMBIE
+    try:
+        with grpc.insecure_channel(service.grpc_target) as channel:
+            stub = pb_grpc.FaceServiceStub(channel)
+            frozen = server.children()[-1]
+            frozen.send_signal(signal.SIGSTOP)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.DetectFace(request, metadata=metadata, timeout=30)
+            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert error_info(raised.value).reason == "PROCESSING_TIMEOUT"
+            assert len(stub.DetectFace(request, metadata=metadata, timeout=30).descriptor) == 128
+            assert not frozen.is_running() or frozen.status() == psutil.STATUS_ZOMBIE
 
-        server.children()[-1].send_signal(signal.SIGSTOP)  # frozen again, now while stopping
-    started = time.monotonic()
-    assert service.stop() == 0
-    assert time.monotonic() - started < 20
+            server.children()[-1].send_signal(signal.SIGSTOP)  # frozen again, now while stopping
+        started = time.monotonic()
+        assert service.stop() == 0
+        assert time.monotonic() - started < 20
+    finally:
+        service.stop()
