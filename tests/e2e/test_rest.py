@@ -279,3 +279,17 @@ def test_field_violations_name_the_reason(rest: Rest) -> None:
     violation = violations[0]["field_violations"][0]
     assert violation["field"] == "face" and violation["reason"] == "NO_FACE"
     assert violation["description"] == reply.json["message"]
+
+
+def test_a_non_ascii_key_is_a_clean_401(service: ServiceProcess) -> None:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", service.http_port, timeout=30)
+    connection.putrequest("GET", "/v1/faces")
+    connection.putheader("Authorization", b"visio_\xff\xfe")
+    connection.endheaders()
+    reply = connection.getresponse()
+    body = reply.read()
+    connection.close()
+    assert reply.status == 401 and b"API_KEY_INVALID" in body
+    assert not any("UnicodeDecodeError" in line for line in service.output)
