@@ -13,8 +13,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from visio_grpc.domain import errors as e
+from visio_grpc.gateway import HTTP_STATUS_METADATA_KEY  # the contract with envoy.yaml's Lua filter
 
-HTTP_STATUS_HEADER = "x-visio-http-status"
 INTERNAL_REASON = "INTERNAL"
 INTERNAL_MESSAGE = "Something went wrong on our side; it has been logged with request id {request_id}."
 
@@ -94,7 +94,7 @@ async def abort_with_error(context: grpc.aio.ServicerContext, error: e.VisioErro
     status = rpc_status.to_status(to_status(error))
     trailing = tuple(status.trailing_metadata)
     if _ENVOY_HTTP_STATUS.get(code) != http_status:
-        trailing += ((HTTP_STATUS_HEADER, str(http_status)),)
+        trailing += ((HTTP_STATUS_METADATA_KEY, str(http_status)),)
     await context.abort(status.code, status.details, trailing_metadata=trailing)
 
 
